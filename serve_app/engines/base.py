@@ -96,3 +96,13 @@ class Engine:
                          options: list[TranscribeOptions]) -> list[Transcript | Exception]:
         """One result per input, in order; an Exception in a slot fails only that request."""
         raise NotImplementedError
+
+    def detect_language(self, audios: list[np.ndarray]) -> list[tuple[str | None, float | None]]:
+        """(ISO-639-1 code, probability or None) per clip, from its first 30 s.
+
+        Engines that tag the language as they transcribe (SenseVoice) get this for free.
+        """
+        first = [a[:30 * SAMPLE_RATE] for a in audios]
+        results = self.transcribe_batch(first, [TranscribeOptions()] * len(first))
+        return [(r.language, r.language_probability) if isinstance(r, Transcript) else r
+                for r in results]

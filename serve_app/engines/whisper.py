@@ -223,6 +223,17 @@ class WhisperEngine(Engine):
                 segments=segments, task=opts.task)
         return results
 
+    @torch.inference_mode()
+    def detect_language(self, audios: list[np.ndarray]) -> list[tuple[str | None, float | None]]:
+        """One batched language-detection step over the first window of every clip."""
+        if not self.model.is_multilingual:
+            return [("en", None)] * len(audios)
+        dtype = torch.float16 if self.fp16 else torch.float32
+        mels = torch.stack([self._windows(i, a[:WINDOW_SAMPLES])[0].mel
+                            for i, a in enumerate(audios)]).to(self.model.device, dtype)
+        _, probs = self.model.detect_language(mels, self._tokenizer())
+        return [(code, float(p[code])) for p in probs for code in [max(p, key=p.get)]]
+
     def _decode(self, features, windows, options, languages, prompt, temperature, beam_size):
         from whisper.decoding import DecodingOptions
 
