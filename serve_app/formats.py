@@ -211,16 +211,21 @@ FORMATS: dict[str, dict[str, Writer]] = {
 DEFAULT_PARAM = {"openai": "response_format", "asr": "output"}
 
 
-def render(transcript: Transcript, fmt: str, *, api: str = "openai", words: bool = False,
-           param: str | None = None) -> tuple[str | dict, str]:
-    """(body, media type) of `transcript` in format `fmt` of `api` ("openai" or "asr").
+def writer(api: str, fmt: str, param: str | None = None) -> Writer:
+    """The writer for format `fmt` of `api` ("openai" or "asr").
 
     An unknown format raises BadRequestError naming the allowed values; `param` (default
     "response_format" or "output") names the request field in the error.
     """
     writers = FORMATS[api]
-    writer = writers.get(fmt)
-    if writer is None:
+    if fmt not in writers:
         raise BadRequestError(f"unsupported {DEFAULT_PARAM[api]} {fmt!r}; expected one of: "
                               f"{', '.join(writers)}", param=param or DEFAULT_PARAM[api])
-    return writer(transcript, words), writer.media_type
+    return writers[fmt]
+
+
+def render(transcript: Transcript, fmt: str, *, api: str = "openai", words: bool = False,
+           param: str | None = None) -> tuple[str | dict, str]:
+    """(body, media type) of `transcript` in format `fmt` of `api` (see `writer`)."""
+    w = writer(api, fmt, param)
+    return w(transcript, words), w.media_type

@@ -32,7 +32,7 @@ class ModelMetrics:
             boundaries=_LATENCY_S, tag_keys=("model", "event"))
         for m in (self.requests, self.batch_size, self.batch_seconds, self.audio_seconds,
                   self.loaded, self.lifecycle_seconds):
-            m.set_default_tags(tags)
+            m.set_default_tags(dict(tags))  # Ray adds its own tags to the dict it is given
         self.loaded.set(0)
 
     def on_lifecycle(self, event: str, seconds: float) -> None:

@@ -13,3 +13,26 @@ def tiny_models_dir(tmp_path_factory):
 
     return build_all(tmp_path_factory.mktemp("models"))
 
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """One local Ray (with declared fake GPUs) and Serve on 127.0.0.1 for the whole session.
+
+    Each e2e module deploys its own application with `deploy()` and deletes it afterwards.
+    """
+    import ray
+    from ray import serve
+
+    from .serve_harness import free_port
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    port = free_port()
+    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": 1000})
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
