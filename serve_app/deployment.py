@@ -12,6 +12,7 @@ import logging
 import time
 
 import numpy as np
+import ray
 from ray import serve
 
 from .config import ModelConfig
@@ -118,7 +119,9 @@ class ASRDeployment:
     async def status(self) -> dict:
         return {**self.holder.status(), "engine": self.engine_name, "batches": self.batches,
                 "batched_requests": self.batched_requests, "largest_batch": self.largest_batch,
-                "replica": serve.get_replica_context().replica_id.unique_id}
+                "replica": serve.get_replica_context().replica_id.unique_id,
+                "gpu_ids": [str(g) for g in ray.get_runtime_context().get_accelerator_ids()
+                            .get("GPU", [])]}
 
     async def load(self) -> dict | ServiceError:
         try:
