@@ -43,6 +43,7 @@ class ModelHolder:
         self._running = 0  # batches using the weights right now
         self._attempts = 0  # load attempts so far (lets waiters share one failure)
         self._idle_task: asyncio.Task | None = None
+        self.events = {"load": 0, "unload": 0, "offload": 0, "restore": 0}  # counts
 
     # -- what the deployment calls ---------------------------------------------------------
     @contextlib.contextmanager
@@ -94,7 +95,8 @@ class ModelHolder:
             "idle_s": self.lifecycle.idle_s, "device": self.engine.device,
             "pending_requests": self._pending, "running_batches": self._running,
             "last_used": self.last_used, "load_time_s": self.load_time_s,
-            "last_error": self.last_error,
+            "last_error": self.last_error, "load_attempts": self._attempts,
+            "events": dict(self.events),
             "rss_bytes": rss_bytes(), "device_memory_bytes": cuda_memory_bytes(),
         }
 
@@ -157,6 +159,7 @@ class ModelHolder:
     def _done(self, state: str, event: str, started: float) -> None:
         seconds = time.monotonic() - started
         self.state = state
+        self.events[event] += 1
         if event in ("load", "restore"):
             self.load_time_s = seconds
         log.info("model %s: %s took %.2f s", self.name, event, seconds)

@@ -74,13 +74,14 @@ class WhisperEngine(Engine):
     def __init__(self, model: str, device: str = "auto", *, sample_len: int | None = None,
                  fp16: bool | None = None, download_root: str | None = None,
                  no_speech_threshold: float | None = 0.6, logprob_threshold: float | None = -1.0,
-                 **options):
+                 suppress_eot: bool = False, **options):
         """
         sample_len: most tokens decoded per 30 s window (None: whisper's 224).
         fp16: half precision; None means on CUDA only.
         no_speech_threshold / logprob_threshold: a window whose no-speech probability is above
             the first and average log-probability below the second is silence and gives no
             text (as in whisper's transcribe); None turns the check off.
+        suppress_eot: never end early, always decode sample_len tokens (benchmarks only).
         """
         super().__init__(model, device, **options)
         self.sample_len = sample_len
@@ -88,6 +89,7 @@ class WhisperEngine(Engine):
         self.download_root = download_root
         self.no_speech_threshold = no_speech_threshold
         self.logprob_threshold = logprob_threshold
+        self.suppress_eot = suppress_eot
         self._task_class = None
 
     # -- loading -------------------------------------------------------------------------
@@ -237,9 +239,11 @@ class WhisperEngine(Engine):
     def _decode(self, features, windows, options, languages, prompt, temperature, beam_size):
         from whisper.decoding import DecodingOptions
 
+        suppress = [-1, self._tokenizer().eot] if self.suppress_eot else [-1]
         opts = DecodingOptions(
             task="transcribe", language="en", temperature=temperature, sample_len=self.sample_len,
-            beam_size=beam_size if beam_size > 1 else None, prompt=prompt, fp16=self.fp16)
+            beam_size=beam_size if beam_size > 1 else None, prompt=prompt, fp16=self.fp16,
+            suppress_tokens=suppress)
         task = self._task_class(self.model, opts,
                                 languages=[languages[w.request][0] for w in windows],
                                 tasks=[options[w.request].task for w in windows])
