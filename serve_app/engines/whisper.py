@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import whisper  # at import, so a replica's memory before its first load includes the library
 
 from ..errors import BadRequestError, ModelLoadError
 from ..transcript import Segment, Transcript, Word
@@ -114,6 +115,16 @@ class WhisperEngine(Engine):
 
     def modules(self) -> list:
         return [self.model] if self.model is not None else []
+
+    def unload(self) -> None:
+        # whisper caches tokenizers (~20 MB of BPE tables) and mel filters for the process's
+        # life; an unloaded model should not keep them.
+        from whisper.audio import mel_filters
+        from whisper.tokenizer import get_encoding, get_tokenizer
+
+        for cached in (get_tokenizer, get_encoding, mel_filters):
+            cached.cache_clear()
+        super().unload()
 
     # -- inference -------------------------------------------------------------------------
     def _tokenizer(self, language: str | None = None, task: str = "transcribe"):

@@ -1,0 +1,169 @@
+"""The service end to end: a real local Ray Serve over HTTP, real clients, tiny models."""
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from .clips import make_clip
+from .serve_harness import deployed, pcm_bytes, wait_for, wav_bytes
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def service(ray_serve, tiny_models_dir):
+    config = {
+        "ingress": {"max_upload_mb": 2, "max_duration_s": 60},
+        "models": [
+            {"name": "whisper-tiny", "aliases": ["whisper-1"], "engine": "whisper",
+             "model": str(tiny_models_dir["whisper"]),
+             "engine_options": {"sample_len": 16, "no_speech_threshold": None},
+             "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.5}},
+            {"name": "sensevoice-tiny", "engine": "sensevoice",
+             "model": str(tiny_models_dir["sensevoice"]),
+             "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2}},
+        ],
+    }
+    with deployed(config):
+        wait_for(lambda: httpx.get(ray_serve + "/health").status_code == 200, 60,
+                 what="the service to answer /health")
+        yield ray_serve
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    return openai.OpenAI(base_url=service + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def parse_subtitles(body: str, marker: str) -> list[tuple[float, float, str]]:
+    """Cues of an SRT (marker ",") or VTT (marker ".") body as (start, end, text)."""
+    stamp = rf"(\d\d):(\d\d):(\d\d){re.escape(marker)}(\d\d\d)"
+    cues = []
+    for m in re.finditer(stamp + r" --> " + stamp + r"\n(.*)", body):
+        g = [int(x) for x in m.groups()[:8]]
+        cues.append((g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000,
+                     g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000, m.group(9)))
+    return cues
+
+
+WAV = wav_bytes(make_clip(3, 6.0))
+
+
+def test_openai_sdk_every_response_format(client):
+    plain = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", WAV))
+    assert plain.text
+    text = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", WAV),
+                                              response_format="text")
+    assert text.strip() == plain.text
+    srt = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", WAV),
+                                             response_format="srt")
+    cues = parse_subtitles(srt, ",")
+    assert cues and all(0 <= s <= e <= 6.0 for s, e, _ in cues)
+    vtt = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", WAV),
+                                             response_format="vtt")
+    assert vtt.startswith("WEBVTT") and parse_subtitles(vtt, ".") == cues
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", WAV), response_format="verbose_json",
+        timestamp_granularities=["word", "segment"])
+    assert verbose.duration == pytest.approx(6.0) and verbose.text == plain.text
+    assert len(verbose.segments) == len(cues) and verbose.words
+    assert [round(s.start, 3) for s in verbose.segments] == [c[0] for c in cues]
+
+
+def test_openai_sdk_translation(client):
+    out = client.audio.translations.create(model="whisper-tiny", file=("a.wav", WAV),
+                                           response_format="verbose_json")
+    assert out.task == "translate" and out.segments
+
+
+def test_bazarr_raw_pcm_srt_and_detect_language(service):
+    audio = make_clip(5, 4.0)
+    r = httpx.post(service + "/asr", params={"encode": "false", "output": "srt", "task": "transcribe"},
+                   files={"audio_file": ("audio.pcm", pcm_bytes(audio))}, timeout=120)
+    assert r.status_code == 200, r.text
+    cues = parse_subtitles(r.text, ",")
+    assert cues and cues[-1][1] <= 4.0
+    r = httpx.post(service + "/detect-language", params={"encode": "false"},
+                   files={"audio_file": ("audio.pcm", pcm_bytes(audio))}, timeout=120)
+    body = r.json()
+    assert r.status_code == 200 and body["language_code"] and body["detected_language"]
+
+
+def test_routing_by_model_name(service, client):
+    sv = client.audio.transcriptions.create(model="sensevoice-tiny", file=("a.wav", WAV),
+                                            response_format="verbose_json")
+    wh = client.audio.transcriptions.create(model="whisper-tiny", file=("a.wav", WAV),
+                                            response_format="verbose_json")
+    extra = sv.model_extra or {}
+    assert "emotion" in extra and "events" in extra  # SenseVoice's rich fields
+    assert "emotion" not in (wh.model_extra or {})
+    status = httpx.get(service + "/v1/status").json()["models"]
+    assert status["sensevoice-tiny"]["batched_requests"] >= 1
+    assert status["whisper-tiny"]["engine"] == "whisper"
+
+
+def test_concurrent_requests_are_batched_and_equal_alone(service):
+    clips = [wav_bytes(make_clip(i, 2.0 + i % 5)) for i in range(16)]
+
+    def ask(data: bytes) -> str:
+        r = httpx.post(service + "/v1/audio/transcriptions", data={"model": "whisper-tiny",
+                       "response_format": "verbose_json", "language": "en"},
+                       files={"file": ("a.wav", data)}, timeout=120)
+        assert r.status_code == 200, r.text
+        return json.dumps([s["tokens"] for s in r.json()["segments"]])
+
+    before = httpx.get(service + "/v1/status").json()["models"]["whisper-tiny"]
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(ask, clips))
+    after = httpx.get(service + "/v1/status").json()["models"]["whisper-tiny"]
+    n_batches = after["batches"] - before["batches"]
+    assert after["batched_requests"] - before["batched_requests"] == 16
+    assert n_batches < 16 and after["largest_batch"] > 1  # served in batches larger than one
+    alone = [ask(c) for c in clips]
+    assert together == alone
+    assert len(set(alone)) >= 14  # distinct clips give distinct answers: the check can fail
+
+
+@pytest.mark.parametrize("files, data, status, param", [
+    ({"file": ("a.wav", b"")}, {"model": "whisper-1"}, 400, "file"),
+    ({"file": ("a.wav", b"just some text, not audio at all")}, {"model": "whisper-1"}, 415, "file"),
+    ({"file": ("a.wav", WAV[: len(WAV) // 2])}, {"model": "whisper-1"}, 400, "file"),
+    ({"file": ("a.wav", WAV)}, {"model": "nope"}, 404, "model"),
+    ({"file": ("a.wav", WAV)}, {}, 400, "model"),
+    ({}, {"model": "whisper-1"}, 400, "file"),
+    ({"file": ("a.wav", WAV)}, {"model": "whisper-1", "response_format": "docx"}, 400,
+     "response_format"),
+    ({"file": ("a.wav", WAV)}, {"model": "whisper-1", "temperature": "7"}, 400, "temperature"),
+    ({"file": ("a.wav", WAV)}, {"model": "whisper-1", "language": "klingon"}, 400, "language"),
+    ({"file": ("a.wav", b"\0" * (3 * 2**20))}, {"model": "whisper-1"}, 413, None),
+    ({"file": ("a.wav", wav_bytes(make_clip(1, 61.0)))}, {"model": "whisper-1"}, 413, "file"),
+])
+def test_bad_input_gets_status_and_envelope(service, files, data, status, param):
+    r = httpx.post(service + "/v1/audio/transcriptions", files=files or None, data=data,
+                   timeout=120)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["message"] and error["type"] and error["param"] == param
+    # and the service keeps serving
+    ok = httpx.post(service + "/v1/audio/transcriptions", files={"file": ("a.wav", WAV)},
+                    data={"model": "whisper-1"}, timeout=120)
+    assert ok.status_code == 200
+
+
+def test_sdk_raises_typed_errors(client):
+    with pytest.raises(openai.NotFoundError, match="available: whisper-tiny"):
+        client.audio.transcriptions.create(model="nope", file=("a.wav", WAV))
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"garbage bytes"))
+
+
+def test_models_and_unknown_route(service):
+    ids = {m["id"] for m in httpx.get(service + "/v1/models").json()["data"]}
+    assert ids == {"whisper-tiny", "whisper-1", "sensevoice-tiny"}
+    r = httpx.get(service + "/v2/nothing")
+    assert r.status_code == 404 and "error" in r.json()
