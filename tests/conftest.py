@@ -28,7 +28,7 @@ def ray_serve():
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     port = free_port()
-    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False,
              _system_config={"metrics_report_interval_ms": 1000})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
