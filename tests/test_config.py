@@ -59,3 +59,10 @@ def test_shipped_serve_configs_validate(path):
     if "kuberay" in path.name or "grafana" in path.name:
         pytest.skip("not a Serve config")
     assert load_config(path).models
+
+
+def test_configuration_reference_is_up_to_date():
+    from serve_app.config import reference_markdown
+
+    assert Path("docs/configuration.md").read_text().strip() == reference_markdown().strip(), (
+        "regenerate with: python -m serve_app.config > docs/configuration.md")
