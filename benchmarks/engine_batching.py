@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serve_app.engines import TranscribeOptions, make_engine  # noqa: E402
-from serve_app.tiny_models import build_sensevoice, build_whisper, synthetic_clip  # noqa: E402
+from serve_app.synthetic import synthetic_clip  # noqa: E402
+from serve_app.tiny_models import build_sensevoice, build_whisper  # noqa: E402
 
 
 def measure(engine, clips, options, repeats: int) -> tuple[float, float]:

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
 import time
 
-import av
-import numpy as np
+from serve_app.synthetic import pcm_bytes, wav_bytes  # noqa: F401  (re-exported for tests)
 
 
 def free_port() -> int:
@@ -40,22 +38,3 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
-
-
-def wav_bytes(audio: np.ndarray, rate: int = 16000) -> bytes:
-    """Encode float32 mono samples as a 16-bit WAV file, in memory."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray((audio * 32767).astype(np.int16)[None, :],
-                                           format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
-
-
-def pcm_bytes(audio: np.ndarray) -> bytes:
-    return (audio * 32767).astype("<i2").tobytes()
