@@ -47,6 +47,7 @@ class ASRDeployment:
         self.batches = 0
         self.batched_requests = 0
         self.largest_batch = 0
+        self.batching: dict = {}  # as last applied by reconfigure
         if cfg.lifecycle.mode != "on_demand":
             # Loaded before the replica reports ready, so the first request (and a request
             # that scaled the deployment up from zero) finds the model in place.
@@ -72,6 +73,7 @@ class ASRDeployment:
             self._batch.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
             self._batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        self.batching = dict(user_config)
 
     # -- requests --------------------------------------------------------------------------
     async def transcribe(self, audio: np.ndarray,
@@ -119,6 +121,7 @@ class ASRDeployment:
     async def status(self) -> dict:
         return {**self.holder.status(), "engine": self.engine_name, "batches": self.batches,
                 "batched_requests": self.batched_requests, "largest_batch": self.largest_batch,
+                "batching": self.batching,
                 "replica": serve.get_replica_context().replica_id.unique_id,
                 "gpu_ids": [str(g) for g in ray.get_runtime_context().get_accelerator_ids()
                             .get("GPU", [])]}

@@ -15,13 +15,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def deployed(config: dict, name: str = "asr"):
-    """Deploy build_app(config) as application `name` at route "/", delete it afterwards."""
+def deployed(config: dict, name: str = "asr", route_prefix: str = "/"):
+    """Deploy build_app(config) as application `name`, delete it afterwards."""
     from ray import serve
 
     from serve_app.app import build_app
 
-    serve.run(build_app(config), name=name, route_prefix="/", blocking=False)
+    serve.run(build_app(config), name=name, route_prefix=route_prefix, blocking=False)
     try:
         yield
     finally:

@@ -167,3 +167,52 @@ def test_models_and_unknown_route(service):
     assert ids == {"whisper-tiny", "whisper-1", "sensevoice-tiny"}
     r = httpx.get(service + "/v2/nothing")
     assert r.status_code == 404 and "error" in r.json()
+
+
+def test_stream_sends_deltas_then_done(service):
+    with httpx.stream("POST", service + "/v1/audio/transcriptions",
+                      data={"model": "whisper-tiny", "stream": "true"},
+                      files={"file": ("a.wav", WAV)}, timeout=120) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
+    assert events[-1]["type"] == "transcript.text.done"
+    assert "".join(e["delta"] for e in events[:-1]).strip() == events[-1]["text"]
+
+
+def test_overload_503_and_live_batching_reconfigure(ray_serve, tiny_models_dir):
+    """A second application under its own route prefix: a tiny queue, then new batching."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    model = {"name": "small-queue", "engine": "whisper", "model": str(tiny_models_dir["whisper"]),
+             "engine_options": {"sample_len": 8, "no_speech_threshold": None},
+             "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0},
+             "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1,
+                            "ray_actor_options": {"num_cpus": 0.1}}}
+    url = ray_serve + "/overload"
+    with deployed({"models": [model]}, name="overload", route_prefix="/overload"):
+        wait_for(lambda: httpx.get(url + "/health").status_code == 200, 60, what="the app")
+
+        def ask(_):
+            return httpx.post(url + "/v1/audio/transcriptions", data={"model": "small-queue"},
+                              files={"file": ("a.wav", WAV)}, timeout=120)
+
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(ask, range(12)))
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) == {200, 503}, codes
+        busy = next(r for r in responses if r.status_code == 503)
+        assert busy.headers["retry-after"] and busy.json()["error"]["code"] == "overloaded"
+
+        # new batching through a redeploy: the running replica is reconfigured, not replaced
+        before = httpx.get(url + "/v1/status").json()["models"]["small-queue"]
+        model["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.2}
+        model["deployment"] = {**model["deployment"], "max_ongoing_requests": 8}
+        serve.run(build_app({"models": [model]}), name="overload", route_prefix="/overload")
+        after = wait_for(lambda: (lambda s: s if s.get("batching", {}).get("max_batch_size") == 4
+                                  else None)(httpx.get(url + "/v1/status").json()["models"]
+                                             ["small-queue"]), 60, what="new batching")
+        assert after["replica"] == before["replica"]
+        assert after["batching"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.2}
