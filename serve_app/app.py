@@ -32,8 +32,9 @@ def model_deployment_options(model) -> dict:
         auto.setdefault("downscale_to_zero_delay_s", 10**9 if idle == -1 else idle)
         auto.setdefault("downscale_delay_s", max(idle, 1.0) if idle != -1 else 600.0)
         options["autoscaling_config"] = auto
-    # Batching lives in user_config: changing it on `serve deploy` reconfigures the running
-    # replicas instead of restarting them (constructor arguments leave it out for that reason).
+    # Batching lives in user_config, which Ray applies to running replicas through
+    # reconfigure(). (Ray hashes an application's `args` into its code version, so a change
+    # there restarts replicas; a `deployments: [{name, user_config}]` override does not.)
     options["user_config"] = {**(options.get("user_config") or {}),
                               **model.batching.model_dump()}
     options["name"] = deployment_name(model.name)

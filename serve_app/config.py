@@ -19,7 +19,11 @@ class _Strict(BaseModel):
 
 
 class BatchingConfig(_Strict):
-    """Dynamic batching (`@serve.batch`); changes apply live on `serve deploy`, no restart."""
+    """Dynamic batching (`@serve.batch`), applied through the deployment's user_config.
+
+    To change it on a running service without restarting replicas, override the deployment's
+    user_config in the Serve config (README, "Configuration"); a change to `args` restarts.
+    """
     max_batch_size: int = Field(8, ge=1, le=256,
                                 description="Most requests decoded together in one batch.")
     batch_wait_timeout_s: float = Field(

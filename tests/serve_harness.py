@@ -38,3 +38,22 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
+
+
+def deploy_declaratively(app: dict, timeout_s: float = 120) -> None:
+    """Apply a Serve config application the way `serve deploy` does (code version from the
+    config, so a change to user_config alone reconfigures replicas in place)."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}))
+    wait_for(lambda: _app_status(app["name"]) == "RUNNING", timeout_s,
+             what=f"application {app['name']} to run")
+
+
+def _app_status(name: str) -> str | None:
+    from ray import serve
+
+    app = serve.status().applications.get(name)
+    return None if app is None else str(getattr(app.status, "value", app.status))
