@@ -93,12 +93,12 @@ def plot(rows, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == label]
-        ax.plot([r[2] for r in mine], [r[3] for r in mine], "o--", label=f"{label}, one by one")
-        ax.plot([r[2] for r in mine], [r[4] for r in mine], "o-", label=f"{label}, batched")
-    ax.set_xlabel("clips (N)")
-    ax.set_ylabel("clips per second")
+        ax.plot([r[2] for r in mine], [r[5] for r in mine], "o-", label=f"{label} ({mine[0][1]})")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("requests in the batch (N)")
+    ax.set_ylabel("throughput, batched / one by one")
     ax.set_xscale("log", base=2)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
