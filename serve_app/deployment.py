@@ -34,7 +34,7 @@ def _as_service_error(exc: BaseException, model: str) -> ServiceError:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
 class ASRDeployment:
-    def __init__(self, model_config: dict):
+    async def __init__(self, model_config: dict):  # Ray Serve awaits an async constructor
         cfg = ModelConfig.model_validate(model_config)
         self.name = cfg.name
         self.metrics = ModelMetrics(cfg.name)
@@ -50,8 +50,13 @@ class ASRDeployment:
         self.batching: dict = {}  # as last applied by reconfigure
         if cfg.lifecycle.mode != "on_demand":
             # Loaded before the replica reports ready, so the first request (and a request
-            # that scaled the deployment up from zero) finds the model in place.
-            self.holder.load_blocking()
+            # that scaled the deployment up from zero) finds the model in place; the idle
+            # timer starts from here. A failure is recorded and answered per request (503,
+            # retried), not raised: raising would make Ray restart the replica in a loop.
+            try:
+                await self.holder.load()
+            except ServiceError:
+                pass
 
     @staticmethod
     def _build_random(cfg: ModelConfig) -> None:

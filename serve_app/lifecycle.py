@@ -117,20 +117,6 @@ class ModelHolder:
             raise self._load_failed(exc) from None
         self._done(LOADED, "load", started)
 
-    def load_blocking(self) -> None:
-        """Load in the calling thread; only for a replica's constructor, before any request.
-
-        A failure is recorded (and answered to requests as 503, then retried), not raised:
-        raising in the constructor would make Ray restart the replica in a loop.
-        """
-        started = self._begin_load()
-        try:
-            self.engine.load()
-        except Exception as exc:
-            self._load_failed(exc)
-            return
-        self._done(LOADED, "load", started)
-
     def _begin_load(self) -> float:
         self.state, self._attempts = LOADING, self._attempts + 1
         log.info("model %s: loading %s on %s", self.name, self.engine.model_id, self.engine.device)

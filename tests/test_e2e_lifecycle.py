@@ -38,6 +38,7 @@ def service(ray_serve, tiny_models_dir, tmp_path_factory):
     config = {"models": [
         whisper("idle", path, lifecycle={"mode": "idle_unload", "idle_s": 1.5}),
         whisper("race", path, lifecycle={"mode": "idle_unload", "idle_s": 0.3}),
+        whisper("unused", path, lifecycle={"mode": "idle_unload", "idle_s": 1}),
         whisper("demand", path, lifecycle={"mode": "on_demand"}),
         whisper("offload", path, lifecycle={"mode": "offload", "idle_s": 0.5}),
         whisper("pinned", path, lifecycle={"mode": "idle_unload", "idle_s": 0.5, "pin": True}),
@@ -83,6 +84,12 @@ def test_idle_unload_returns_memory_and_reloads(service):
     r = transcribe(service, "idle")
     assert r.status_code == 200 and r.json()["text"]
     assert status(service, "idle")["events"]["load"] == loaded["events"]["load"] + 1
+
+
+def test_model_loaded_at_start_and_never_used_still_unloads(service):
+    wait_for(state_is(service, "unused", "unloaded"), 20, what="unload without any request")
+    assert status(service, "unused")["events"] == {"load": 1, "unload": 1, "offload": 0,
+                                                    "restore": 0}
 
 
 def test_pinned_and_resident_never_unload(service):
