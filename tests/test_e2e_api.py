@@ -228,3 +228,29 @@ def test_overload_503_and_live_batching_reconfigure(ray_serve, tiny_models_dir):
         assert after["batching"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.2}
     finally:
         serve.delete("overload")
+
+
+def test_metrics_reach_the_prometheus_endpoint(service):
+    """Ray exports our metrics (ray_ prefix) on the node's metrics port, scraped as Prometheus."""
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    assert transcribe_ok(service)
+
+    def scraped():
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        wanted = ['ray_asr_batch_size_count{', 'ray_asr_model_requests_total{',
+                  'ray_asr_http_responses_total{', 'ray_asr_model_loaded{']
+        lines = [line for line in text.splitlines() if 'model="whisper-tiny"' in line
+                 or "ray_asr_http_responses_total{" in line]
+        return lines if all(any(line.startswith(w) for line in lines) for w in wanted) else None
+
+    lines = wait_for(scraped, 60, interval_s=1, what="asr metrics on the metrics port")
+    count = next(line for line in lines if line.startswith("ray_asr_batch_size_count{"))
+    assert float(count.rsplit(" ", 1)[1]) >= 1
+
+
+def transcribe_ok(url: str) -> bool:
+    r = httpx.post(url + "/v1/audio/transcriptions", data={"model": "whisper-tiny"},
+                   files={"file": ("a.wav", WAV)}, timeout=120)
+    return r.status_code == 200
