@@ -13,11 +13,13 @@ directories OUTDIR/sensevoice-<dims>/ and OUTDIR/fsmn-vad/ (`funasr.AutoModel(mo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import yaml
 
 # Whisper dimensions: name -> ModelDimensions fields. "tiny-random" is for tests: real audio
 # context (30 s windows) and the real multilingual vocabulary, but a 64-wide, 2-layer network.
@@ -447,9 +449,7 @@ def build_sensevoice(outdir: str | Path, dims: str = "tiny-random", seed: int = 
     the seed); the CTC head's tag rows are fitted so each clip decodes to
     ``<|lang|><|EMO|><|Event|><|itn|>`` followed by audio-dependent made-up words.
     """
-    import json
 
-    import yaml
 
     _import_funasr()
     from funasr.frontends.wav_frontend import WavFrontend
@@ -491,13 +491,18 @@ def build_sensevoice(outdir: str | Path, dims: str = "tiny-random", seed: int = 
         _mark_query_positions(model, seed)
         _calibrate_sensevoice_head(model, feats, lens, seed)
 
+    return _write_funasr_dir(outdir, model, config, "auto-speech-recognition",
+                             tokenizer_conf={"bpemodel": SENSEVOICE_BPE_NAME})
+
+
+def _write_funasr_dir(outdir: Path, model, config: dict, task: str, **metas) -> Path:
+    """model.pt, config.yaml and configuration.json as a hub download lays them out."""
     torch.save(model.state_dict(), outdir / "model.pt")
     (outdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (outdir / "configuration.json").write_text(json.dumps({
-        "framework": "pytorch", "task": "auto-speech-recognition",
+        "framework": "pytorch", "task": task,
         "model": {"type": "funasr"}, "pipeline": {"type": "funasr-pipeline"},
-        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
-                            "tokenizer_conf": {"bpemodel": SENSEVOICE_BPE_NAME},
+        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml", **metas,
                             "frontend_conf": {"cmvn_file": "am.mvn"}},
     }, indent=2))
     return outdir
@@ -536,9 +541,7 @@ def build_fsmn_vad(outdir: str | Path, seed: int = 0) -> Path:
     calibration audio so frames quieter than VAD_SILENCE_DB read as silence: the VAD then
     splits at pauses, and louder audio is speech.
     """
-    import json
 
-    import yaml
 
     _import_funasr()
     from funasr.frontends.wav_frontend import WavFrontend
@@ -587,15 +590,7 @@ def build_fsmn_vad(outdir: str | Path, seed: int = 0) -> Path:
         "model": "FsmnVADStreaming", "model_conf": dict(_VAD_MODEL_CONF),
         "encoder": "FSMN", "encoder_conf": dict(_VAD_ENCODER_CONF),
     }
-    torch.save(model.state_dict(), outdir / "model.pt")
-    (outdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (outdir / "configuration.json").write_text(json.dumps({
-        "framework": "pytorch", "task": "voice-activity-detection",
-        "model": {"type": "funasr"}, "pipeline": {"type": "funasr-pipeline"},
-        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
-                            "frontend_conf": {"cmvn_file": "am.mvn"}},
-    }, indent=2))
-    return outdir
+    return _write_funasr_dir(outdir, model, config, "voice-activity-detection")
 
 
 def _build_dir_atomically(target: Path, build, force: bool) -> Path:
