@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from serve_app.synthetic import synthetic_clip, wav_bytes  # noqa: E402
-from serve_app.tiny_models import build_whisper  # noqa: E402
+from serve_app.tiny_models import RANDOM_WHISPER_OPTIONS, build_whisper  # noqa: E402
 
 IDLE_STATE = {"idle_unload": "unloaded", "offload": "offloaded", "on_demand": "unloaded",
               "scale_to_zero": "zero_replicas", "resident": "loaded"}
@@ -71,7 +71,7 @@ def main() -> None:
                                     "upscale_delay_s": 0, "downscale_delay_s": 2},
                 graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=1)
         models.append({"name": mode, "engine": "whisper", "model": path, "device": args.device,
-                       "engine_options": {"sample_len": 8, "no_speech_threshold": None},
+                       "engine_options": {"sample_len": 8, **RANDOM_WHISPER_OPTIONS},
                        "lifecycle": {"mode": mode, "idle_s": args.idle_s},
                        "deployment": deployment})
     with socket.socket() as s:

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serve_app.engines import TranscribeOptions, make_engine  # noqa: E402
 from serve_app.synthetic import synthetic_clip  # noqa: E402
-from serve_app.tiny_models import build_sensevoice, build_whisper  # noqa: E402
+from serve_app.tiny_models import (RANDOM_WHISPER_OPTIONS, build_sensevoice,  # noqa: E402
+                                   build_whisper)
 
 
 def measure(engine, clips, options, repeats: int) -> tuple[float, float]:
@@ -60,7 +61,7 @@ def main() -> None:
             path = build_whisper(tmp / "whisper.pt", args.whisper_dims)
             # A random model rarely emits end-of-text: every clip decodes exactly --tokens.
             engine = make_engine("whisper", str(path), args.device, sample_len=args.tokens,
-                                 no_speech_threshold=None, suppress_eot=True)
+                                 suppress_eot=True, **RANDOM_WHISPER_OPTIONS)
             label = f"whisper {args.whisper_dims}"
         else:
             path = build_sensevoice(tmp / "sensevoice", args.sensevoice_dims)

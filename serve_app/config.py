@@ -66,9 +66,10 @@ class ModelConfig(_Strict):
         "Offline testing only: if `model` is a path that does not exist, build a random-weight "
         "model of these dimensions there first (see serve_app.tiny_models). Output is noise."))
     engine_options: dict[str, Any] = Field(default_factory=dict, description=(
-        "Keyword arguments for the engine: whisper: sample_len, fp16, download_root, "
-        "no_speech_threshold, logprob_threshold. sensevoice: vad_model, dither, ncpu, "
-        "max_segment_s."))
+        "Keyword arguments for the engine (see its docstring). whisper: sample_len, fp16, "
+        "download_root, no_speech_threshold, logprob_threshold, compression_ratio_threshold, "
+        "temperature_fallback (null: off), encoder_batch_size. sensevoice: vad_model, dither, "
+        "ncpu, max_segment_s, vad_max_end_silence_ms, max_batch_segments, hub."))
     batching: BatchingConfig = Field(default_factory=BatchingConfig,
                                      description="Dynamic batching across requests.")
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig,

@@ -40,6 +40,11 @@ WHISPER_DIMS = {
 }
 
 
+# Whisper engine options for random-weight models: their windows always look like silence or
+# failed decodes, so keep every window's text and skip temperature fallback (deterministic).
+RANDOM_WHISPER_OPTIONS = {"no_speech_threshold": None, "temperature_fallback": None}
+
+
 def init_random_(module: torch.nn.Module, seed: int) -> None:
     """Give every parameter a random value that keeps activations in a sane range.
 

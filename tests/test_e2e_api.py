@@ -9,6 +9,8 @@ import httpx
 import openai
 import pytest
 
+from serve_app.tiny_models import RANDOM_WHISPER_OPTIONS
+
 from .clips import make_clip
 from .serve_harness import deploy_declaratively, deployed, pcm_bytes, wait_for, wav_bytes
 
@@ -22,7 +24,7 @@ def service(ray_serve, tiny_models_dir):
         "models": [
             {"name": "whisper-tiny", "aliases": ["whisper-1"], "engine": "whisper",
              "model": str(tiny_models_dir["whisper"]),
-             "engine_options": {"sample_len": 16, "no_speech_threshold": None},
+             "engine_options": {"sample_len": 16, **RANDOM_WHISPER_OPTIONS},
              "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.5}},
             {"name": "sensevoice-tiny", "engine": "sensevoice",
              "model": str(tiny_models_dir["sensevoice"]),
@@ -195,7 +197,7 @@ def test_overload_503_and_live_batching_reconfigure(ray_serve, tiny_models_dir):
     from ray import serve
 
     model = {"name": "small-queue", "engine": "whisper", "model": str(tiny_models_dir["whisper"]),
-             "engine_options": {"sample_len": 8, "no_speech_threshold": None},
+             "engine_options": {"sample_len": 8, **RANDOM_WHISPER_OPTIONS},
              "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0},
              "deployment": {"max_ongoing_requests": 4, "max_queued_requests": 1,
                             "ray_actor_options": {"num_cpus": 0.1}}}

@@ -7,6 +7,8 @@ import httpx
 import pytest
 import torch
 
+from serve_app.tiny_models import RANDOM_WHISPER_OPTIONS
+
 from .clips import make_clip
 from .serve_harness import deployed, wait_for, wav_bytes
 
@@ -20,7 +22,7 @@ def test_fractional_replicas_share_gpu_and_fall_back_to_cpu(ray_serve, tiny_mode
     assert ray.cluster_resources().get("GPU") == 2
     config = {"models": [
         {"name": "whisper-half", "engine": "whisper", "model": str(tiny_models_dir["whisper"]),
-         "engine_options": {"sample_len": 8, "no_speech_threshold": None},
+         "engine_options": {"sample_len": 8, **RANDOM_WHISPER_OPTIONS},
          "deployment": {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0.5}}},
         {"name": "sensevoice-quarter", "engine": "sensevoice",
          "model": str(tiny_models_dir["sensevoice"]),

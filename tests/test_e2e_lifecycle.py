@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from serve_app.tiny_models import RANDOM_WHISPER_OPTIONS
+
 from .clips import make_clip
 from .serve_harness import deployed, wait_for, wav_bytes
 
@@ -26,7 +28,7 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.1}}
 
 def whisper(name: str, path: str, **extra) -> dict:
     return {"name": name, "engine": "whisper", "model": path,
-            "engine_options": {"sample_len": 8, "no_speech_threshold": None},
+            "engine_options": {"sample_len": 8, **RANDOM_WHISPER_OPTIONS},
             "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
             "deployment": SMALL, **extra}
 

@@ -13,11 +13,11 @@ SCRIPT = textwrap.dedent("""
     from serve_app.engines.base import TranscribeOptions
     from serve_app.engines.whisper import WhisperEngine
     from serve_app.memory import release_memory, rss_bytes
-    from serve_app.tiny_models import build_whisper
+    from serve_app.tiny_models import RANDOM_WHISPER_OPTIONS, build_whisper
 
     path = build_whisper(sys.argv[1] + "/whisper-tiny.pt", dims="tiny", seed=1)
     audio = (0.1 * np.sin(np.arange(16000 * 5) / 7.0)).astype(np.float32)
-    engine = WhisperEngine(str(path), device="cpu", sample_len=8, no_speech_threshold=None)
+    engine = WhisperEngine(str(path), device="cpu", sample_len=8, **RANDOM_WHISPER_OPTIONS)
     mb = lambda: rss_bytes() / 2**20
     # one warm-up cycle: whisper's tokenizer and mel filters are cached for the process's life
     engine.load()

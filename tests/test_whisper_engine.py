@@ -6,6 +6,7 @@ import pytest
 from serve_app.engines.base import TranscribeOptions
 from serve_app.engines.whisper import WhisperEngine
 from serve_app.errors import BadRequestError, ModelLoadError
+from serve_app.tiny_models import RANDOM_WHISPER_OPTIONS
 
 from .clips import make_clip
 
@@ -13,7 +14,7 @@ from .clips import make_clip
 @pytest.fixture(scope="module")
 def engine(tiny_models_dir):
     e = WhisperEngine(str(tiny_models_dir["whisper"]), device="cpu", sample_len=20,
-                      no_speech_threshold=None)
+                      **RANDOM_WHISPER_OPTIONS)
     e.load()
     yield e
     e.unload()
@@ -83,3 +84,22 @@ def test_corrupt_checkpoint_is_a_load_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="broken.pt"):
         WhisperEngine(str(bad), device="cpu").load()
+
+
+def test_temperature_fallback_retries_failed_windows_together(tiny_models_dir):
+    engine = WhisperEngine(str(tiny_models_dir["whisper"]), device="cpu", sample_len=8,
+                           no_speech_threshold=None, logprob_threshold=-1.0,
+                           temperature_fallback=(0.5, 1.0))
+    engine.load()
+    calls, real = [], engine._decode
+    engine._decode = lambda *a: calls.append((len(a[1]), a[5])) or real(*a)  # spy, real decode
+    audios = [make_clip(i, 4.0) for i in range(3)]
+    options = [TranscribeOptions(language="en")] * 2 + [TranscribeOptions(language="en",
+                                                                          temperature=0.3)]
+    out = engine.transcribe_batch(audios, options)
+    # random weights always look failed (avg log-probability far below -1): both
+    # temperature-0 windows are retried together at each fallback temperature; the request
+    # that asked for 0.3 is sampled once and left alone
+    assert calls == [(2, 0.0), (1, 0.3), (2, 0.5), (2, 1.0)]
+    assert {s.temperature for t in out[:2] for s in t.segments} == {1.0}
+    assert {s.temperature for s in out[2].segments} == {0.3}

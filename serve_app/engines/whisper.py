@@ -76,13 +76,19 @@ class WhisperEngine(Engine):
                  fp16: bool | None = None, download_root: str | None = None,
                  no_speech_threshold: float | None = 0.6, logprob_threshold: float | None = -1.0,
                  suppress_eot: bool = False, encoder_batch_size: int | None = None,
-                 **options):
+                 temperature_fallback: tuple[float, ...] | None = (0.2, 0.4, 0.6, 0.8, 1.0),
+                 compression_ratio_threshold: float | None = 2.4, **options):
         """
         sample_len: most tokens decoded per 30 s window (None: whisper's 224).
         fp16: half precision; None means on CUDA only.
         no_speech_threshold / logprob_threshold: a window whose no-speech probability is above
             the first and average log-probability below the second is silence and gives no
             text (as in whisper's transcribe); None turns the check off.
+        temperature_fallback: temperatures tried in turn for windows of a temperature-0
+            request whose decode looks failed (compression ratio above
+            compression_ratio_threshold, or average log-probability below logprob_threshold,
+            unless silence), as whisper's transcribe() does; None turns it off (deterministic
+            output, e.g. for random-weight test models, which always look failed).
         suppress_eot: never end early, always decode sample_len tokens (benchmarks only).
         encoder_batch_size: windows per encoder pass; None means all of them on a GPU and one
             at a time on a CPU, where the encoder is compute-bound and a big batch only spills
@@ -96,6 +102,8 @@ class WhisperEngine(Engine):
         self.no_speech_threshold = no_speech_threshold
         self.logprob_threshold = logprob_threshold
         self.suppress_eot = suppress_eot
+        self.temperature_fallback = tuple(temperature_fallback or ())
+        self.compression_ratio_threshold = compression_ratio_threshold
         self.encoder_batch_size = encoder_batch_size or (None if self.device.startswith("cuda")
                                                          else 1)
         self._task_class = None
@@ -211,21 +219,19 @@ class WhisperEngine(Engine):
             else:
                 languages.update({windows[w_i].request: ("en", None) for w_i in to_detect})
 
-        # One decode per group of windows whose options can share it.
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for w_i, w in enumerate(windows):
-            o = options[w.request]
-            groups[(o.prompt, o.temperature, o.beam_size or 1)].append(w_i)
-        decoded: dict[int, object] = {}
-        for (prompt, temperature, beam_size), rows in groups.items():
-            # Batched beam search crashes in whisper 20250625 (audio features are not repeated
-            # per beam, upstream PRs 2197 and 2389): such windows are decoded one at a time.
-            chunks = [[r] for r in rows] if beam_size > 1 else [rows]
-            for chunk in chunks:
-                for w_i, res in zip(chunk, self._decode(features[chunk], [windows[r] for r in chunk],
-                                                        options, languages, prompt, temperature,
-                                                        beam_size)):
-                    decoded[w_i] = res
+        rows = list(range(len(windows)))
+        decoded = self._decode_groups(features, windows, options, languages, rows,
+                                      lambda o: o.temperature)
+        # Temperature fallback, as in whisper's transcribe(): a window decoded at temperature 0
+        # that looks like a failure (repetitive, or improbable and not silence) is decoded
+        # again at the next temperature, all such windows of the batch together.
+        for temperature in self.temperature_fallback or ():
+            retry = [r for r in rows if options[windows[r].request].temperature == 0
+                     and self._needs_fallback(decoded[r])]
+            if not retry:
+                break
+            decoded.update(self._decode_groups(features, windows, options, languages, retry,
+                                               lambda o, t=temperature: t))
 
         per_request: dict[int, list[Segment]] = defaultdict(list)
         for w_i, w in enumerate(windows):
@@ -259,6 +265,31 @@ class WhisperEngine(Engine):
                             for i, a in enumerate(audios)]).to(self.model.device, dtype)
         _, probs = self.model.detect_language(self._encode(mels), self._tokenizer())
         return [(code, float(p[code])) for p in probs for code in [max(p, key=p.get)]]
+
+    def _decode_groups(self, features, windows, options, languages, rows, temperature_of):
+        """Decode windows `rows`, one decode per group of options that can share it."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for r in rows:
+            o = options[windows[r].request]
+            t = temperature_of(o)
+            groups[(o.prompt, t, (o.beam_size or 1) if t == 0 else 1)].append(r)
+        decoded = {}
+        for (prompt, temperature, beam_size), members in groups.items():
+            # Batched beam search crashes in whisper 20250625 (audio features are not repeated
+            # per beam, upstream PRs 2197 and 2389): such windows are decoded one at a time.
+            chunks = [[r] for r in members] if beam_size > 1 else [members]
+            for chunk in chunks:
+                results = self._decode(features[chunk], [windows[r] for r in chunk], options,
+                                       languages, prompt, temperature, beam_size)
+                decoded.update(zip(chunk, results))
+        return decoded
+
+    def _needs_fallback(self, result) -> bool:
+        too_repetitive = (self.compression_ratio_threshold is not None
+                          and result.compression_ratio > self.compression_ratio_threshold)
+        improbable = (self.logprob_threshold is not None
+                      and result.avg_logprob < self.logprob_threshold)
+        return (too_repetitive or improbable) and not self._is_silence(result)
 
     def _decode(self, features, windows, options, languages, prompt, temperature, beam_size):
         from whisper.decoding import DecodingOptions
