@@ -43,11 +43,12 @@ class ASRDeployment:
             self._build_random(cfg)
         engine = make_engine(cfg.engine, cfg.model, cfg.device, **cfg.engine_options)
         self.holder = ModelHolder(engine, cfg.lifecycle, cfg.name,
-                                  on_event=self.metrics.on_lifecycle)
+                                  on_event=self._on_lifecycle)
         self.batches = 0
         self.batched_requests = 0
         self.largest_batch = 0
         self.batching: dict = {}  # as last applied by reconfigure
+        self._gauge_task = asyncio.get_running_loop().create_task(self._report_state())
         if cfg.lifecycle.mode != "on_demand":
             # Loaded before the replica reports ready, so the first request (and a request
             # that scaled the deployment up from zero) finds the model in place; the idle
@@ -57,6 +58,17 @@ class ASRDeployment:
                 await self.holder.load()
             except ServiceError:
                 pass
+
+    def _on_lifecycle(self, event: str, seconds: float) -> None:
+        self.metrics.on_lifecycle(event, seconds)
+        self.metrics.set_state(self.holder.state)
+
+    async def _report_state(self, every_s: float = 5.0) -> None:
+        # Ray drops a gauge's value once it is scraped unless it is reported again, so the
+        # model state is re-reported on a timer, not only when it changes.
+        while True:
+            self.metrics.set_state(self.holder.state)
+            await asyncio.sleep(every_s)
 
     @staticmethod
     def _build_random(cfg: ModelConfig) -> None:

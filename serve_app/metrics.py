@@ -37,7 +37,9 @@ class ModelMetrics:
 
     def on_lifecycle(self, event: str, seconds: float) -> None:
         self.lifecycle_seconds.observe(seconds, tags={"event": event})
-        self.loaded.set({"load": 1, "restore": 1, "offload": 0.5, "unload": 0}[event])
+
+    def set_state(self, state: str) -> None:
+        self.loaded.set({"loaded": 1.0, "offloaded": 0.5}.get(state, 0.0))
 
 
 class IngressMetrics:

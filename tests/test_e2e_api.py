@@ -239,15 +239,22 @@ def test_metrics_reach_the_prometheus_endpoint(service):
     port = ray._private.worker.global_worker.node.metrics_export_port
     assert transcribe_ok(service)
 
+    wanted = ['ray_asr_batch_size_count{', 'ray_asr_model_requests_total{',
+              'ray_asr_http_responses_total{', 'ray_asr_model_loaded{']
+    seen = {}
+
     def scraped():
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        wanted = ['ray_asr_batch_size_count{', 'ray_asr_model_requests_total{',
-                  'ray_asr_http_responses_total{', 'ray_asr_model_loaded{']
         lines = [line for line in text.splitlines() if 'model="whisper-tiny"' in line
                  or "ray_asr_http_responses_total{" in line]
+        seen["asr"] = sorted({line.split("{")[0] for line in text.splitlines()
+                              if line.startswith("ray_asr")})
         return lines if all(any(line.startswith(w) for line in lines) for w in wanted) else None
 
-    lines = wait_for(scraped, 60, interval_s=1, what="asr metrics on the metrics port")
+    try:
+        lines = wait_for(scraped, 60, interval_s=1, what="asr metrics on the metrics port")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; asr metrics seen: {seen.get('asr')}") from None
     count = next(line for line in lines if line.startswith("ray_asr_batch_size_count{"))
     assert float(count.rsplit(" ", 1)[1]) >= 1
 
