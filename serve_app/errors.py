@@ -70,5 +70,6 @@ class OverloadedError(ServiceError):
     status, type, code = 503, "server_error", "overloaded"
 
 
-class RateLimitedError(ServiceError):
-    status, type, code = 429, "rate_limit_error", "rate_limited"
+class GatewayTimeoutError(ServiceError):
+    """The model did not answer within the ingress's request_timeout_s."""
+    status, type, code = 504, "server_error", "timeout"

@@ -23,15 +23,11 @@ from . import formats
 from .audio import AudioLimits, decode_audio, decode_pcm_s16le
 from .config import AppConfig, ModelConfig
 from .engines.base import TranscribeOptions
-from .errors import (AudioTooLargeError, BadRequestError, ModelNotFoundError, OverloadedError,
-                     ServiceError)
+from .errors import (AudioTooLargeError, BadRequestError, GatewayTimeoutError,
+                     ModelNotFoundError, OverloadedError, ServiceError)
 from .metrics import IngressMetrics
 
 log = logging.getLogger("ray.serve")
-
-
-class GatewayTimeoutError(ServiceError):
-    status, type, code = 504, "server_error", "timeout"
 
 
 def _error_response(exc: ServiceError) -> JSONResponse:
