@@ -15,6 +15,7 @@ import numpy as np
 import ray
 from ray import serve
 
+from .audio import SAMPLE_RATE
 from .config import ModelConfig
 from .engines import TranscribeOptions, make_engine
 from .errors import ServiceError
@@ -121,7 +122,7 @@ class ASRDeployment:
         self.largest_batch = max(self.largest_batch, len(audios))
         self.metrics.batch_size.observe(len(audios))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
-        self.metrics.audio_seconds.inc(sum(len(a) for a in audios) / 16000)
+        self.metrics.audio_seconds.inc(sum(len(a) for a in audios) / SAMPLE_RATE)
         return results
 
     async def detect_language(self, audio: np.ndarray) -> tuple | ServiceError:

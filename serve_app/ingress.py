@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import formats
-from .audio import AudioLimits, decode_audio, decode_pcm_s16le
+from .audio import SAMPLE_RATE, AudioLimits, decode_audio, decode_pcm_s16le
 from .config import AppConfig, ModelConfig
 from .engines.base import TranscribeOptions
 from .errors import (AudioTooLargeError, BadRequestError, GatewayTimeoutError,
@@ -254,7 +254,7 @@ class ASRIngress:
     async def detect_language(self, request: Request) -> Response:
         model = self._model(request.query_params.get("model") or self.config.asr_model.name)
         audio = await self._asr_audio(request)
-        code, probability = await self._call(model, "detect_language", audio[:30 * 16000])
+        code, probability = await self._call(model, "detect_language", audio[:30 * SAMPLE_RATE])
         return JSONResponse({"detected_language": formats.language_name(code),
                              "language_code": code, "confidence": probability})
 

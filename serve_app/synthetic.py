@@ -6,7 +6,7 @@ import io
 import av
 import numpy as np
 
-SAMPLE_RATE = 16000
+from .audio import SAMPLE_RATE
 
 
 def synthetic_clip(i: int, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -14,7 +14,7 @@ from ..errors import ModelLoadError
 from ..memory import release_memory
 from ..transcript import Transcript
 
-SAMPLE_RATE = 16000
+from ..audio import SAMPLE_RATE  # noqa: F401  (engines import it from here)
 
 
 @dataclass(frozen=True)
